@@ -290,27 +290,23 @@ class _Generator:
         return counts
 
     def _cirr_set(self, rng: random.Random):
-        """Six distinct scenes: a reference R, two targets of R, and three hard negatives that share
-        objects with the targets (each a modification of a target or of R)."""
+        """Six distinct scenes as (scene, modification from its source): 0 a reference R, 1 and 3
+        two targets of R, and 2, 4, 5 hard negatives one modification away from a target. Every
+        member after R shares a shape or a colour with both targets."""
+        plan = ((1, 0), (3, 0), (2, 1), (5, 1), (4, 3))  # (slot, source slot), in creation order
         for _ in range(50):
-            claimed: list[tw.Scene] = []
             ref = self.fresh(rng)
-            claimed.append(ref)
-            members = [(ref, None)]
-            # members: 0 R, 1 T1=m(R), 2 near T1, 3 T2=m(R), 4 near T2, 5 near T1
-            source = {1: 0, 2: 1, 3: 0, 4: 3, 5: 1}
-            ok = True
-            for slot in range(1, 6):
-                src = members[source[slot]][0]
-                s, mod = self.modified(rng, src)
+            slots = {0: (ref, None)}
+            for slot, source in plan:
+                targets = [slots[t][0] for t in (1, 3) if t in slots]
+                s, mod = self.modified(rng, slots[source][0],
+                                       accept=lambda c: all(_shares(c, t) for t in targets))
                 if s is None:
-                    ok = False
                     break
-                claimed.append(s)
-                members.append((s, mod))
-            if ok:
-                return members
-            for s in claimed:
+                slots[slot] = (s, mod)
+            if len(slots) == 6:
+                return [slots[i] for i in range(6)]
+            for s, _ in slots.values():  # give the scenes back and try another reference
                 self.used.discard(s.key)
         return None
 
@@ -439,6 +435,12 @@ class _Generator:
                                   [name_of[s.key] for s in gallery], indent=4)
                 counts[f"{cat}/{split}"] = {"queries": len(records), "images": len(gallery)}
         return counts
+
+
+def _shares(a: tw.Scene, b: tw.Scene) -> bool:
+    """Whether two scenes share an object shape or an object colour."""
+    return bool({o.shape for o in a.objects} & {o.shape for o in b.objects}
+                or {o.color for o in a.objects} & {o.color for o in b.objects})
 
 
 def _asin(rng: random.Random, used: set[str]) -> str:

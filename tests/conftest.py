@@ -11,7 +11,7 @@ from mvft_helpers.world import WorldConfig, generate_world  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Small enough to generate in a second or two, large enough to hold every kind of record.
-TINY = WorldConfig(seed=7, n_pool=40, n_pretrain=40, cirr_val_sets=8, cirr_test_sets=4,
+TINY = WorldConfig(seed=7, n_pool=40, n_pretrain=40, cirr_val_sets=10, cirr_test_sets=10,
                    circo_val_queries=12, circo_test_queries=6, circo_distractors=40,
                    fiq_val_queries=10, fiq_test_queries=6)
 
