@@ -179,13 +179,14 @@ class FeatureCache:
             return None
         return np.load(feats, mmap_mode="r")
 
-    def get_or_compute(self, name: str, key: CacheKey,
-                       compute: Callable[[Sequence[str]], np.ndarray]) -> tuple[np.ndarray, bool]:
-        """(features, True if they came from the cache)."""
+    def get_or_compute(self, name: str, key: CacheKey, compute: Callable[[Sequence[str]], np.ndarray],
+                       dtype=np.float32) -> tuple[np.ndarray, bool]:
+        """(features, True if they came from the cache). `dtype` is the on-disk type (float16
+        halves the size of large frozen-encoder outputs)."""
         cached = self.load(name, key)
         if cached is not None:
             return cached, True
-        feats = np.ascontiguousarray(np.asarray(compute(key.images), dtype=np.float32))
+        feats = np.ascontiguousarray(np.asarray(compute(key.images), dtype=dtype))
         if len(feats) != len(key.images):
             raise ValueError(f"computed {len(feats)} features for {len(key.images)} images")
         feats_path, manifest_path = self._paths(name)

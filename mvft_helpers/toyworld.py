@@ -205,13 +205,19 @@ def caption(scene: Scene, rng: random.Random | None = None) -> str:
     Without `rng` the canonical phrasing (used for target texts and ground truth); with `rng` one of
     several phrasings and object orders (used for the pretraining captions).
     """
-    objs = list(scene.objects)
+    return describe(scene.objects, scene.background, rng)
+
+
+def describe(objects: Sequence[Obj], background: str, rng: random.Random | None = None) -> str:
+    """`caption` for any list of objects (also more than a scene may hold: a described, possibly
+    hallucinated, scene)."""
+    objs = list(objects)
     opener, bgp = _CAPTION_OPENERS[0], _BG_PHRASES[0]
     if rng is not None:
         rng.shuffle(objs)
         opener, bgp = rng.choice(_CAPTION_OPENERS), rng.choice(_BG_PHRASES)
     parts = [f"{_article(o.phrase())} {where(o.pos)}" for o in objs]
-    text = opener.format(objs=_join(parts), bg=bgp.format(bg=scene.background))
+    text = opener.format(objs=_join(parts), bg=bgp.format(bg=background))
     return text[0].upper() + text[1:]
 
 

@@ -1,0 +1,183 @@
+"""From a VLM and a benchmark split to rankings and metrics.
+
+Methods (the names metrics.json uses):
+- `zero-shot-image`: the reference image's tokens against the gallery (ignores the text);
+- `zero-shot-text`: the modification text against the gallery (ignores the image);
+- `composed`: the composed query (reference image + text through the Q-Former's multimodal path);
+- `text`: the MLLM's target text t' against the gallery (joint inference, text branch);
+- `fused`: w * composed + (1 - w) * text (joint inference).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .data import Split
+from .evaluate import benchmark_metrics, gallery_index, subset_indices, split_metrics
+from .retrieval import CacheKey, FeatureCache, paired_scores, topk
+
+QUERY_METHODS = ("zero-shot-image", "zero-shot-text", "composed")
+NORMALISATIONS = ("raw", "zscore")
+
+
+@torch.no_grad()
+def vision_features(backend, paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike | None,
+                    name: str, batch_size: int = 128, progress: bool = True) -> torch.Tensor:
+    """Frozen image-encoder features of `paths`, computed once and cached on disk (float16)."""
+    paths = [str(p) for p in paths]
+
+    def compute(images):
+        out = []
+        it = range(0, len(images), batch_size)
+        if progress:
+            it = tqdm(it, desc=f"image encoder: {name}", unit="batch")
+        for i in it:
+            ims = [Image.open(p).convert("RGB") for p in images[i:i + batch_size]]
+            out.append(backend.vision_features(backend.preprocess(ims)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
+
+    if cache_dir is None:
+        return torch.from_numpy(compute(paths))
+    key = CacheKey(model=f"{backend.name}/vision", checkpoint="frozen", images=paths)
+    feats, _ = FeatureCache(cache_dir).get_or_compute(f"vision-{name}", key, compute, dtype=np.float16)
+    return torch.from_numpy(np.asarray(feats, dtype=np.float32))
+
+
+@torch.no_grad()
+def batched(fn, n: int, batch_size: int = 256) -> torch.Tensor:
+    return torch.cat([fn(slice(i, min(n, i + batch_size))) for i in range(0, n, batch_size)])
+
+
+@torch.no_grad()
+def image_tokens(backend, vision: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    return batched(lambda s: backend.image_tokens(vision[s]).cpu(), len(vision), batch_size)
+
+
+@torch.no_grad()
+def text_features(backend, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    return batched(lambda s: backend.text_features(texts[s]).cpu(), len(texts), batch_size)
+
+
+@torch.no_grad()
+def composed_tokens(backend, vision: torch.Tensor, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    return batched(lambda s: backend.composed_tokens(vision[s], texts[s]).cpu(), len(texts), batch_size)
+
+
+class SplitFeatures:
+    """The features of one split under one model: gallery image tokens and the reference images'
+    frozen features (so queries can be encoded with any text)."""
+
+    def __init__(self, backend, split: Split, cache_dir: str | os.PathLike | None, progress: bool = True):
+        self.backend, self.split = backend, split
+        tag = split.benchmark.replace("/", "-") + "-" + split.split
+        self.gallery_vision = vision_features(backend, [split.paths[n] for n in split.gallery],
+                                              cache_dir, tag, progress=progress)
+        idx = gallery_index(split)
+        self.reference_rows = torch.tensor([idx[q.reference] for q in split.queries])
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute what depends on trainable weights (after a training step or a new checkpoint)."""
+        self.gallery = image_tokens(self.backend, self.gallery_vision)
+
+    def query_features(self, method: str, texts: Sequence[str] | None = None) -> torch.Tensor:
+        """Query-side features of every query; `texts` overrides the queries' own texts."""
+        texts = list(texts) if texts is not None else [q.text for q in self.split.queries]
+        ref_vision = self.gallery_vision[self.reference_rows]
+        if method == "zero-shot-image":
+            return image_tokens(self.backend, ref_vision)
+        if method in ("zero-shot-text", "text"):
+            return text_features(self.backend, texts)
+        if method == "composed":
+            feats = composed_tokens(self.backend, ref_vision, texts)
+            return feats
+        raise ValueError(f"unknown method {method!r}; allowed: {list(QUERY_METHODS) + ['text']}")
+
+
+def fiq_composed(features: SplitFeatures, method: str = "composed") -> torch.Tensor:
+    """FashionIQ: the query encoded with both caption orders, averaged (then renormalised)."""
+    fwd = features.query_features(method, [q.texts[0] for q in features.split.queries])
+    rev = features.query_features(method, [q.texts[1] for q in features.split.queries])
+    return torch.nn.functional.normalize(fwd + rev, dim=-1)
+
+
+def full_scores(query: torch.Tensor, gallery: torch.Tensor, similarity: str = "meanmax",
+                chunk: int = 256) -> torch.Tensor:
+    """All (Q, G) scores; the toy galleries are small enough to keep them (fusion needs them)."""
+    from .retrieval import pairwise_scores
+    return torch.cat([pairwise_scores(query[i:i + chunk], gallery, similarity)
+                      for i in range(0, len(query), chunk)])
+
+
+def normalise_scores(scores: torch.Tensor, how: str = "raw") -> torch.Tensor:
+    if how == "raw":
+        return scores
+    if how == "zscore":   # per query: the two branches have different scales
+        return (scores - scores.mean(dim=1, keepdim=True)) / scores.std(dim=1, keepdim=True).clamp(min=1e-6)
+    raise ValueError(f"unknown normalisation {how!r}; allowed: {list(NORMALISATIONS)}")
+
+
+def fuse(composed: torch.Tensor, text: torch.Tensor, w: float = 0.5, normalisation: str = "raw") -> torch.Tensor:
+    """s(y) = w * sim(query(x, m), y) + (1 - w) * sim(t', y)."""
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"the fusion weight w must be in [0, 1], got {w}")
+    return w * normalise_scores(composed, normalisation) + (1 - w) * normalise_scores(text, normalisation)
+
+
+def rank_from_scores(scores: torch.Tensor, k: int = 100) -> np.ndarray:
+    return scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()
+
+
+def subset_ranking(split: Split, scores: torch.Tensor) -> np.ndarray | None:
+    """CIRR: the 5 non-reference img_set members ordered by score (for Recall_subset)."""
+    if not split.remove_reference:
+        return None
+    members = subset_indices(split)
+    sub = np.take_along_axis(scores.numpy(), members, 1)
+    return np.take_along_axis(members, np.argsort(-sub, axis=1, kind="stable"), 1)
+
+
+def metrics_from_scores(split: Split, scores: torch.Tensor, k: int = 100) -> dict:
+    return split_metrics(split, rank_from_scores(scores, k), subset_ranking(split, scores))
+
+
+def method_scores(features: SplitFeatures, method: str, similarity: str = "meanmax",
+                  texts: Sequence[str] | None = None) -> torch.Tensor:
+    if method == "composed" and features.split.benchmark.split("/")[0].endswith("fashioniq") and texts is None:
+        q = fiq_composed(features)
+    else:
+        q = features.query_features(method, texts)
+    return full_scores(q, features.gallery, similarity)
+
+
+def evaluate_methods(features_list: list[SplitFeatures], methods: Sequence[str] = QUERY_METHODS,
+                     similarity: str = "meanmax") -> dict[str, dict[str, dict]]:
+    """{method: {benchmark: metrics}} over the splits of one benchmark (FashionIQ: 3 categories)."""
+    out = {}
+    for method in methods:
+        splits = [f.split for f in features_list]
+        scores = [method_scores(f, method, similarity) for f in features_list]
+        ranked = [rank_from_scores(s) for s in scores]
+        subsets = [subset_ranking(sp, s) for sp, s in zip(splits, scores)]
+        out[method] = benchmark_metrics(splits, ranked, subsets)
+    return out
+
+
+def reference_at_top(split: Split, scores: torch.Tensor, near_copy: float | None = None,
+                     gallery_tokens: torch.Tensor | None = None) -> dict:
+    """The modality-gap failure: how often the top-1 is the reference itself, or (with
+    `near_copy`) an image whose tokens are at least that similar to the reference's."""
+    idx = gallery_index(split)
+    refs = torch.tensor([idx[q.reference] for q in split.queries])
+    top1 = scores.argmax(dim=1)
+    out = {"top1_is_reference": 100.0 * float((top1 == refs).float().mean())}
+    if near_copy is not None and gallery_tokens is not None:
+        sim = paired_scores(gallery_tokens[top1], gallery_tokens[refs])
+        out["top1_near_copy"] = 100.0 * float(((sim >= near_copy) & (top1 != refs)).float().mean())
+    return out
