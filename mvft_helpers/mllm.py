@@ -251,18 +251,24 @@ class TransformersBackend(MLLMBackend):
                 except Exception as e:  # one bad image must not stop a long run
                     out.append(BackendError(f"{type(e).__name__}: {e}"))
             return out
-        for i in range(0, len(requests), self.batch_size):
-            batch = requests[i:i + self.batch_size]
-            texts = [self.processor.apply_chat_template(self._messages(r), add_generation_prompt=True,
-                                                        tokenize=False) for r in batch]
-            images = [[Image.open(r.image).convert("RGB")] if r.image else None for r in batch]
-            kwargs = {"images": images} if any(images) else {}
-            inputs = self.processor(text=texts, padding=True, return_tensors="pt", **kwargs).to(self.device)
-            with torch.no_grad():
-                gen = self.net.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-            new = gen[:, inputs["input_ids"].shape[1]:]
-            out += self.processor.batch_decode(new, skip_special_tokens=True)
-        return out
+        answers: dict[int, str] = {}
+        # Requests with and without an image go in separate batches (processors want one kind).
+        for group in ([i for i, r in enumerate(requests) if r.image],
+                      [i for i, r in enumerate(requests) if not r.image]):
+            for b in range(0, len(group), self.batch_size):
+                idx = group[b:b + self.batch_size]
+                batch = [requests[i] for i in idx]
+                texts = [self.processor.apply_chat_template(self._messages(r), add_generation_prompt=True,
+                                                            tokenize=False) for r in batch]
+                kwargs = {}
+                if batch[0].image:
+                    kwargs["images"] = [[Image.open(r.image).convert("RGB")] for r in batch]
+                inputs = self.processor(text=texts, padding=True, return_tensors="pt", **kwargs).to(self.device)
+                with torch.no_grad():
+                    gen = self.net.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+                new = gen[:, inputs["input_ids"].shape[1]:]
+                answers.update(zip(idx, self.processor.batch_decode(new, skip_special_tokens=True)))
+        return [answers[i] for i in range(len(requests))]
 
 
 # ----------------------------------------------------------------------------- 3. simulated
