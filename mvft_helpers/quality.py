@@ -67,6 +67,19 @@ def store_quality(records: Sequence[dict], scene_of) -> dict:
     return {k: 100.0 * float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+def propose_modifications(backend: MLLMBackend, images: Sequence[str],
+                          prompt_id: str = "modification/v1") -> list[str | None]:
+    """The MLLM's proposed modification for each image (None where the answer broke the contract)."""
+    p = get_prompt(prompt_id)
+    out = []
+    for ans in backend.generate([ChatRequest(str(im), p.render(), str(im), p.system) for im in images]):
+        try:
+            out.append(p.parse(ans)["modification"] if isinstance(ans, str) else None)
+        except ContractError:
+            out.append(None)
+    return out
+
+
 def evaluate_prompt(backend: MLLMBackend, prompt_id: str, images: Sequence[str], scene_of,
                     modifications: Sequence[str] | None = None) -> dict:
     """Run one prompt on `images` and measure its answers against ground truth (percent).
@@ -75,6 +88,9 @@ def evaluate_prompt(backend: MLLMBackend, prompt_id: str, images: Sequence[str],
     measured against the scene after each modification, plus `unchanged` (the edit ignored).
     """
     p = get_prompt(prompt_id)
+    if modifications:   # images whose modification could not be proposed are left out
+        kept = [(im, m) for im, m in zip(images, modifications) if m]
+        images, modifications = [im for im, _ in kept], [m for _, m in kept]
     fills = [{"modification": m} for m in modifications] if modifications else [{} for _ in images]
     answers = backend.generate([ChatRequest(str(im), p.render(**f), str(im), p.system)
                                 for im, f in zip(images, fills)])

@@ -38,12 +38,12 @@ class StoreError(ValueError):
     pass
 
 
-class SyntheticStore:
+class JsonlStore:
+    """An append-only JSONL file of records with unique `id`s that survives kill -9."""
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.curation_path = self.path.with_name(self.path.stem + ".curation.jsonl")
 
-    # -- raw store ----------------------------------------------------------------------------
     def recover(self) -> int:
         """Cut a truncated last line (a run killed mid-write); return the bytes removed."""
         if not self.path.exists():
@@ -104,6 +104,14 @@ class SyntheticStore:
         finally:
             os.close(fd)
         return data.count(b"\n")
+
+
+class SyntheticStore(JsonlStore):
+    """The synthesis store, with a curation file beside it (`<store>.curation.jsonl`)."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path)
+        self.curation_path = self.path.with_name(self.path.stem + ".curation.jsonl")
 
     def summary(self) -> dict:
         recs = self.records()

@@ -1,0 +1,143 @@
+"""The stages the notebooks chain, each reading and writing files under `work_dir`:
+
+    work_dir/models/toy-blip2-pretrained-*.pt   stage-1 stand-in (notebook 03, cached)
+    work_dir/models/<name>.pt                   fine-tuned checkpoints (03 and 06)
+    work_dir/features/                          cached frozen image features
+    work_dir/synthetic/store.jsonl              synthetic triplets (01) + curation (02)
+    work_dir/joint/target_texts.jsonl           MLLM target texts t' for benchmark queries (04)
+    work_dir/fusion.json                        the chosen fusion weight (04)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .config import REAL_BENCHMARKS, TOY_BENCHMARKS, check_choice
+from .data import load_benchmark
+from .inference import SplitFeatures, evaluate_methods, metrics_from_scores, method_scores, vision_features
+from .io import atomic_write_json, read_json
+from .synthesis import load_training_triplets
+from .training import (PRETRAIN, ContrastiveObjective, TrainConfig, TrainData, is_complete, load_trained,
+                       pretrain_toy_blip2, train)
+
+BENCHMARK_SPLITS = {"cirr": "val", "circo": "val", "fashioniq": "val"}
+
+
+class Work:
+    """Paths of one run's working folder."""
+
+    def __init__(self, work_dir: str | os.PathLike):
+        self.root = Path(work_dir)
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "synthetic" / "store.jsonl"
+
+    @property
+    def target_texts(self) -> Path:
+        return self.root / "joint" / "target_texts.jsonl"
+
+    @property
+    def fusion(self) -> Path:
+        return self.root / "fusion.json"
+
+    def model(self, name: str) -> Path:
+        return self.root / "models" / f"{name}.pt"
+
+
+def benchmark_root(benchmark: str, data_root: str | os.PathLike) -> Path:
+    """Toy benchmarks live in the world; real ones under `data_root/<benchmark>`."""
+    check_choice("benchmark", benchmark, TOY_BENCHMARKS + REAL_BENCHMARKS)
+    data_root = Path(data_root)
+    return data_root if benchmark.startswith("toy-") else data_root / benchmark
+
+
+def pretrained(world_root, work_dir, steps: int, seed: int = 0, progress: bool = True):
+    cfg = replace(PRETRAIN, steps=steps, seed=seed)
+    return pretrain_toy_blip2(world_root, Work(work_dir).root, cfg, progress=progress)
+
+
+def benchmark_features(backend, benchmark: str, root, work_dir, split: str | None = None,
+                       progress: bool = True) -> list[SplitFeatures]:
+    base = benchmark.replace("toy-", "")
+    split = split or BENCHMARK_SPLITS[base]
+    return [SplitFeatures(backend, s, Work(work_dir).features, progress=progress)
+            for s in load_benchmark(benchmark, root, split)]
+
+
+def flatten(results: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """{method: {benchmark: metrics}} -> {benchmark: {method: metrics}} (the metrics.json layout)."""
+    out: dict = {}
+    for method, per_bench in results.items():
+        for bench, m in per_bench.items():
+            out.setdefault(bench, {})[method] = m
+    return out
+
+
+def training_data(backend, work_dir, store_path=None, progress: bool = True) -> TrainData:
+    recs = load_training_triplets(store_path or Work(work_dir).store)
+    vision = vision_features(backend, [r["image"] for r in recs], Work(work_dir).features, "unlabeled",
+                             progress=progress)
+    return TrainData(vision, [r["caption"] for r in recs], [r["modification"] for r in recs],
+                     [r["target"] for r in recs])
+
+
+def finetune(world_root, work_dir, name: str, cfg: TrainConfig, pretrain_steps: int,
+             store_path=None, eval_split=None, progress: bool = True):
+    """Fine-tune the pretrained toy model on the curated store; resumable, cached by `name`.
+
+    Returns (backend, history). `eval_split`: SplitFeatures evaluated (composed R@1) each epoch.
+    """
+    work = Work(work_dir)
+    ckpt = work.model(name)
+    if is_complete(ckpt, cfg):
+        backend, history, _ = load_trained(ckpt)
+        return backend, history
+    backend, _, pre_ckpt = pretrained(world_root, work_dir, pretrain_steps, cfg.seed, progress)
+    data = training_data(backend, work_dir, store_path, progress)
+    objective = ContrastiveObjective(backend, cfg.weight_t, cfg.weight_c, cfg.similarity)
+
+    def evaluate(b):
+        eval_split.backend = b
+        eval_split.refresh()
+        return {"toy-cirr R@1": metrics_from_scores(eval_split.split,
+                                                    method_scores(eval_split, "composed", cfg.similarity))["R@1"]}
+
+    history = train(objective, data, cfg, ckpt, eval_fn=evaluate if eval_split else None,
+                    progress=progress, desc=f"fine-tuning {name}",
+                    extra={"pretrained": str(pre_ckpt), "store": str(store_path or work.store)})
+    return backend, history
+
+
+def evaluate_all(backend, world_root, work_dir, methods: Sequence[str], similarity: str = "meanmax",
+                 benchmarks: Sequence[str] = TOY_BENCHMARKS, progress: bool = False) -> dict:
+    """{benchmark: {method: metrics}} for the query methods of `inference` on every benchmark."""
+    out: dict = {}
+    for bench in benchmarks:
+        feats = benchmark_features(backend, bench, benchmark_root(bench, world_root), work_dir, progress=progress)
+        for b, per_method in flatten(evaluate_methods(feats, methods, similarity)).items():
+            out.setdefault(b, {}).update(per_method)
+    return out
+
+
+def rename(results: dict, mapping: dict[str, str]) -> dict:
+    return {b: {mapping.get(m, m): v for m, v in per.items()} for b, per in results.items()}
+
+
+def save_fusion(work_dir, w: float, normalisation: str, sweep: dict) -> Path:
+    return atomic_write_json(Work(work_dir).fusion, {"w": w, "normalisation": normalisation, "sweep": sweep},
+                             indent=2)
+
+
+def load_fusion(work_dir, default_w: float = 0.5) -> dict:
+    p = Work(work_dir).fusion
+    return read_json(p) if p.exists() else {"w": default_w, "normalisation": "raw", "sweep": {}}
