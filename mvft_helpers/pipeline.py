@@ -141,3 +141,47 @@ def save_fusion(work_dir, w: float, normalisation: str, sweep: dict) -> Path:
 def load_fusion(work_dir, default_w: float = 0.5) -> dict:
     p = Work(work_dir).fusion
     return read_json(p) if p.exists() else {"w": default_w, "normalisation": "raw", "sweep": {}}
+
+
+# ----------------------------------------------------------------------------- joint inference
+
+PRIMARY = {"toy-cirr": "R@1", "toy-circo": "mAP@5", "toy-fashioniq": "R@10",
+           "cirr": "R@1", "circo": "mAP@5", "fashioniq": "R@10"}
+
+
+def toy_mllm(world_root, error_scale: float = 1.0, seed: int = 0):
+    """The simulated MLLM with the realistic error profile scaled by `error_scale`."""
+    from .mllm import REALISTIC, SimulatedMLLM
+
+    return SimulatedMLLM(world_root, REALISTIC.scaled(error_scale), seed=seed)
+
+
+def joint_scores(backend, benchmark: str, root, work_dir, mllm, similarity: str = "meanmax",
+                 split: str | None = None, progress: bool = False) -> list[dict]:
+    """Per split of a benchmark: its features and the two branches' full score matrices."""
+    from .inference import fiq_composed, full_scores
+    from .joint import target_texts
+
+    feats = benchmark_features(backend, benchmark, root, work_dir, split, progress=progress)
+    texts = target_texts(mllm, [f.split for f in feats], Work(work_dir).target_texts, progress=progress)
+    out = []
+    for f, t in zip(feats, texts):
+        out.append({"features": f, "split": f.split, "texts": t,
+                    "composed": method_scores(f, "composed", similarity),
+                    "text": method_scores(f, "text", similarity, texts=t)})
+    return out
+
+
+def fused_metrics(entries: list[dict], w: float, normalisation: str = "raw") -> dict:
+    """{benchmark: metrics} of the fused scores (FashionIQ: per category and the mean)."""
+    from .evaluate import benchmark_metrics
+    from .inference import fuse, rank_from_scores, subset_ranking
+
+    splits = [e["split"] for e in entries]
+    scores = [fuse(e["composed"], e["text"], w, normalisation) for e in entries]
+    return benchmark_metrics(splits, [rank_from_scores(s) for s in scores],
+                             [subset_ranking(sp, s) for sp, s in zip(splits, scores)])
+
+
+def primary(benchmark: str, metrics: dict) -> float:
+    return metrics[benchmark][PRIMARY[benchmark]]
