@@ -71,7 +71,7 @@ def world_dir(data_dir: str | os.PathLike, preset: str = "demo", seed: int = 0) 
 # ~0.9 s a fine-tuning step with both losses).
 TRAINING = {
     "demo": {"pretrain_steps": 300, "finetune_steps": 200, "ablation_steps": 200, "overfit_steps": 60},
-    "ci": {"pretrain_steps": 150, "finetune_steps": 100, "ablation_steps": 60, "overfit_steps": 60},
+    "ci": {"pretrain_steps": 150, "finetune_steps": 100, "ablation_steps": 100, "overfit_steps": 60},
 }
 
 

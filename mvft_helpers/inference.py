@@ -45,7 +45,10 @@ def vision_features(backend, paths: Sequence[str | os.PathLike], cache_dir: str 
     if cache_dir is None:
         return torch.from_numpy(compute(paths))
     key = CacheKey(model=f"{backend.name}/vision", checkpoint="frozen", images=paths)
-    feats, _ = FeatureCache(cache_dir).get_or_compute(f"vision-{name}", key, compute, dtype=np.float16)
+    # One file per image list, so that stores or splits with different images do not evict each other.
+    digest = key.manifest()["images_sha256"][:10]
+    feats, _ = FeatureCache(cache_dir).get_or_compute(f"vision-{name}-{digest}", key, compute,
+                                                      dtype=np.float16)
     return torch.from_numpy(np.asarray(feats, dtype=np.float32))
 
 

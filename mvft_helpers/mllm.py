@@ -377,15 +377,8 @@ class SimulatedMLLM(MLLMBackend):
         quoted = _QUOTED.findall(prompt.split("Answer with")[0])
         if not quoted:
             return scene
-        text = quoted[0]
-        mod = tl.interpret(scene, text)
-        if mod is not None:
-            try:
-                return tw.apply_modification(scene, mod)
-            except ValueError:
-                return scene
-        relative = tl.interpret_relative(scene, re.split(r"\s+and\s+", text))
-        return relative or scene   # not understood: describe the reference (a real failure mode)
+        # Not understood: describe the reference unchanged (a failure real MLLMs show too).
+        return tl.apply_text(scene, quoted[0]) or scene
 
     def _describe(self, scene: tw.Scene, rng: random.Random, vague: float, unfaithful: float) -> str:
         e = self.errors

@@ -185,3 +185,32 @@ def fused_metrics(entries: list[dict], w: float, normalisation: str = "raw") -> 
 
 def primary(benchmark: str, metrics: dict) -> float:
     return metrics[benchmark][PRIMARY[benchmark]]
+
+
+def synthetic_store(world_root, work_dir, error_scale: float, seed: int = 0, progress: bool = True) -> Path:
+    """A synthesis store of the pool made by the simulated MLLM at `error_scale` times the realistic
+    error rates, with the ground-truth-free curation rules applied (hallucination-drift runs)."""
+    from .quality import apply_auto_curation
+    from .synthesis import SyntheticStore, list_images, synthesize
+    from .world import open_world
+
+    path = Work(work_dir).root / "synthetic" / f"store-errors-x{error_scale:g}.jsonl"
+    pool = open_world(world_root).pool
+    synthesize(list_images(pool), toy_mllm(world_root, error_scale, seed), path, image_root=pool,
+               progress=progress)
+    apply_auto_curation(SyntheticStore(path))
+    return path
+
+
+def fused_run(world_root, work_dir, name: str, cfg: TrainConfig, pretrain_steps: int, mllm,
+              store_path=None, w: float = 0.5, progress: bool = True) -> dict:
+    """Fine-tune (cached by `name`) and evaluate the composed, text and fused scores on every
+    toy benchmark: {benchmark: {"vlm": m, "text": m, "fused": m}}."""
+    backend, _ = finetune(world_root, work_dir, name, cfg, pretrain_steps, store_path, progress=progress)
+    out: dict = {}
+    for bench in TOY_BENCHMARKS:
+        entries = joint_scores(backend, bench, benchmark_root(bench, world_root), work_dir, mllm, cfg.similarity)
+        for label, ww in (("vlm", 1.0), ("text", 0.0), ("fused", w)):
+            for b, m in fused_metrics(entries, ww).items():
+                out.setdefault(b, {})[label] = m
+    return out

@@ -155,3 +155,16 @@ def auto_curation_rules(rec: dict) -> str | None:
         if asked and asked[-1] not in tgt:
             return f"target never mentions '{asked[-1]}'"
     return None
+
+
+def apply_auto_curation(store) -> Counter:
+    """Reject, in the curation file, every record `auto_curation_rules` flags and nobody has
+    curated yet. Returns the counts by rule; running it twice adds nothing."""
+    already = {c["id"] for c in store.curation()}
+    reasons = Counter()
+    for rec in store.records():
+        why = auto_curation_rules(rec)
+        if why and rec["id"] not in already:
+            store.curate(rec["id"], "reject")
+            reasons[why.split("'")[0].strip()] += 1
+    return reasons

@@ -181,3 +181,22 @@ def interpret_relative(scene: tw.Scene, captions: list[str]) -> tw.Scene | None:
     if pos:
         o = replace(o, pos=tw.POSITIONS.index(pos.group(1)))
     return tw.make_scene(bg, [o])
+
+
+_IMPERATIVE = re.compile(r"^(make|change|turn|replace|paint|enlarge|increase|shrink|reduce|move|put|shift|"
+                         r"use|add|also include|there should also be|remove|take away|delete|get rid of|the)\b")
+
+
+def apply_text(scene: tw.Scene, text: str) -> tw.Scene | None:
+    """The scene a request describes: an instruction ("make the red circle blue") or
+    FashionIQ-style relative statements ("is blue and has a teal background"). None if unread."""
+    t = text.lower().strip()
+    if _IMPERATIVE.match(t):
+        mod = interpret(scene, t)
+        if mod is None:
+            return None
+        try:
+            return tw.apply_modification(scene, mod)
+        except ValueError:
+            return None
+    return interpret_relative(scene, re.split(r"\s+and\s+", t))

@@ -62,3 +62,26 @@ def test_smoke_run_metrics_are_well_formed(smoke_run):
             for name, v in values.items():
                 assert name.split("@")[0] in ("R", "Rs", "mAP"), name
                 assert 0.0 <= v <= 100.0
+
+
+TOL = 1.0   # points: the ci world is small (80 toy-CIRR queries, one query is 1.25 points)
+
+
+@pytest.mark.notebooks
+def test_smoke_run_records_every_method(smoke_run):
+    metrics = read_metrics(smoke_run)
+    for bench in ("toy-cirr", "toy-circo", "toy-fashioniq", "toy-fashioniq/dress"):
+        assert {"zero-shot-image", "zero-shot-text", "zero-shot-composed", "vlm", "text", "fused",
+                "fused-tuned", "wo-Lc", "wo-Lt", "vlm-maxsim", "fused-maxsim"} <= set(metrics[bench]), bench
+    assert set(metrics["toy-cirr"]["fused"]) == {"R@1", "R@5", "R@10", "R@50", "Rs@1", "Rs@2", "Rs@3"}
+    assert set(metrics["toy-circo"]["fused"]) == {"mAP@5", "mAP@10", "mAP@25", "mAP@50"}
+    assert set(metrics["toy-fashioniq"]["fused"]) == {"R@10", "R@50"}
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("bench,metric", [("toy-cirr", "R@1"), ("toy-circo", "mAP@5")])
+def test_smoke_run_reproduces_the_papers_claims(smoke_run, bench, metric):
+    m = {method: v[metric] for method, v in read_metrics(smoke_run)[bench].items()}
+    for other in ("vlm", "text", "wo-Lc", "wo-Lt"):
+        assert m["fused"] >= m[other] - TOL, (bench, metric, m)
+    assert m["vlm"] > max(m["zero-shot-image"], m["zero-shot-text"], m["zero-shot-composed"]), m
