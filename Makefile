@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test lab clean distclean
+.PHONY: install demo test lab bench clean distclean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# Speed and memory ratios, measured side by side in one run (about 5 minutes).
+bench: install
+	$(PY) -m mvft_helpers.bench
 
 lab: install
 	$(PY) -m ipykernel install --sys-prefix --name mvft-ji --display-name "MVFT-JI (.venv)"

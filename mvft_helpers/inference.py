@@ -29,7 +29,8 @@ NORMALISATIONS = ("raw", "zscore")
 @torch.no_grad()
 def vision_features(backend, paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike | None,
                     name: str, batch_size: int = 128, progress: bool = True) -> torch.Tensor:
-    """Frozen image-encoder features of `paths`, computed once and cached on disk (float16)."""
+    """Frozen image-encoder features of `paths` (N, patches, D) as float16, computed once and
+    cached on disk."""
     paths = [str(p) for p in paths]
 
     def compute(images):
@@ -43,13 +44,14 @@ def vision_features(backend, paths: Sequence[str | os.PathLike], cache_dir: str 
         return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
 
     if cache_dir is None:
-        return torch.from_numpy(compute(paths))
+        return torch.from_numpy(compute(paths)).half()
     key = CacheKey(model=f"{backend.name}/vision", checkpoint="frozen", images=paths)
     # One file per image list, so that stores or splits with different images do not evict each other.
     digest = key.manifest()["images_sha256"][:10]
     feats, _ = FeatureCache(cache_dir).get_or_compute(f"vision-{name}-{digest}", key, compute,
                                                       dtype=np.float16)
-    return torch.from_numpy(np.asarray(feats, dtype=np.float32))
+    # float16 halves the memory of large pools (10K ViT-L outputs: 5 GB instead of 10 GB)
+    return torch.from_numpy(np.array(feats, dtype=np.float16))
 
 
 @torch.no_grad()
@@ -74,32 +76,70 @@ def composed_tokens(backend, vision: torch.Tensor, texts: Sequence[str], batch_s
 
 class SplitFeatures:
     """The features of one split under one model: gallery image tokens and the reference images'
-    frozen features (so queries can be encoded with any text)."""
+    frozen features (so queries can be encoded with any text).
 
-    def __init__(self, backend, split: Split, cache_dir: str | os.PathLike | None, progress: bool = True):
+    Two modes. `keep_vision=True` (toy galleries, training): the frozen encoder's output of the
+    whole gallery is cached and kept, so `refresh()` re-encodes the gallery cheaply after every
+    epoch. `keep_vision=False` (large real galleries such as CIRCO's 123K images, whose ViT
+    outputs would not fit): the gallery's Q-Former tokens are computed image batch by image batch
+    and cached on disk keyed by model, `checkpoint` and image list; only the references' frozen
+    features are kept.
+    """
+
+    def __init__(self, backend, split: Split, cache_dir: str | os.PathLike | None, progress: bool = True,
+                 keep_vision: bool = True, checkpoint: str = "none", batch_size: int = 128):
         self.backend, self.split = backend, split
+        self.keep_vision = keep_vision
         tag = split.benchmark.replace("/", "-") + "-" + split.split
-        self.gallery_vision = vision_features(backend, [split.paths[n] for n in split.gallery],
-                                              cache_dir, tag, progress=progress)
         idx = gallery_index(split)
         self.reference_rows = torch.tensor([idx[q.reference] for q in split.queries])
-        self.refresh()
+        paths = [split.paths[n] for n in split.gallery]
+        if keep_vision:
+            self.gallery_vision = vision_features(backend, paths, cache_dir, tag, progress=progress)
+            self.reference_vision = self.gallery_vision[self.reference_rows]
+            self.refresh()
+            return
+        refs = sorted(set(self.reference_rows.tolist()))
+        ref_vision = vision_features(backend, [paths[i] for i in refs], cache_dir, f"{tag}-references",
+                                     progress=progress)
+        pos = {g: i for i, g in enumerate(refs)}
+        self.reference_vision = ref_vision[torch.tensor([pos[r] for r in self.reference_rows.tolist()])]
+
+        def compute(images):
+            out = []
+            it = range(0, len(images), batch_size)
+            if progress:
+                it = tqdm(it, desc=f"gallery tokens: {tag}", unit="batch")
+            with torch.no_grad():
+                for i in it:
+                    ims = [Image.open(p).convert("RGB") for p in images[i:i + batch_size]]
+                    v = backend.vision_features(backend.preprocess(ims))
+                    out.append(backend.image_tokens(v).float().cpu().numpy())
+            return np.concatenate(out)
+
+        key = CacheKey(model=backend.name, checkpoint=checkpoint, images=[str(p) for p in paths])
+        if cache_dir is None:
+            self.gallery = torch.from_numpy(compute([str(p) for p in paths]))
+        else:
+            feats, _ = FeatureCache(cache_dir).get_or_compute(f"tokens-{tag}", key, compute, dtype=np.float16)
+            self.gallery = torch.from_numpy(np.asarray(feats, dtype=np.float32))
 
     def refresh(self) -> None:
         """Recompute what depends on trainable weights (after a training step or a new checkpoint)."""
+        if not self.keep_vision:
+            raise RuntimeError("refresh() needs keep_vision=True; build a new SplitFeatures with the "
+                               "new checkpoint instead")
         self.gallery = image_tokens(self.backend, self.gallery_vision)
 
     def query_features(self, method: str, texts: Sequence[str] | None = None) -> torch.Tensor:
         """Query-side features of every query; `texts` overrides the queries' own texts."""
         texts = list(texts) if texts is not None else [q.text for q in self.split.queries]
-        ref_vision = self.gallery_vision[self.reference_rows]
         if method == "zero-shot-image":
-            return image_tokens(self.backend, ref_vision)
+            return image_tokens(self.backend, self.reference_vision)
         if method in ("zero-shot-text", "text"):
             return text_features(self.backend, texts)
         if method == "composed":
-            feats = composed_tokens(self.backend, ref_vision, texts)
-            return feats
+            return composed_tokens(self.backend, self.reference_vision, texts)
         raise ValueError(f"unknown method {method!r}; allowed: {list(QUERY_METHODS) + ['text']}")
 
 

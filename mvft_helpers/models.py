@@ -79,6 +79,10 @@ class Blip2Backend(VLMBackend):
     def device(self) -> torch.device:
         return self.model.query_tokens.device
 
+    def _vision(self, vision_feats: torch.Tensor) -> torch.Tensor:
+        """Cached frozen features (float16 on disk and in memory) to the Q-Former's device and dtype."""
+        return vision_feats.to(self.device, self.model.qformer.layernorm.weight.dtype)
+
     @property
     def num_query_tokens(self) -> int:
         return self.model.query_tokens.shape[1]
@@ -103,7 +107,7 @@ class Blip2Backend(VLMBackend):
 
     def image_tokens(self, vision_feats: torch.Tensor) -> torch.Tensor:
         m = self.model
-        vision_feats = vision_feats.to(self.device)
+        vision_feats = self._vision(vision_feats)
         q = m.query_tokens.expand(vision_feats.shape[0], -1, -1)
         out = m.qformer(query_embeds=q, encoder_hidden_states=vision_feats,
                         encoder_attention_mask=torch.ones(vision_feats.shape[:2], dtype=torch.long,
@@ -124,7 +128,7 @@ class Blip2Backend(VLMBackend):
 
     def composed_tokens(self, vision_feats: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         m = self.model
-        vision_feats = vision_feats.to(self.device)
+        vision_feats = self._vision(vision_feats)
         ids, mask = self._tokens(texts)
         n = vision_feats.shape[0]
         q = m.query_tokens.expand(n, -1, -1)

@@ -54,6 +54,21 @@ class Work:
         return self.root / "models" / f"{name}.pt"
 
 
+def load_vlm(profile: str, work_dir, checkpoint_name: str = "vlm",
+             vlm_model: str = "Salesforce/blip2-itm-vit-g", device: str | None = None):
+    """The fine-tuned VLM of a run: the toy model from its checkpoint, or (paper) BLIP-2 from a hub
+    id or local folder with the run's fine-tuned checkpoint on top when there is one."""
+    ckpt = Work(work_dir).model(checkpoint_name)
+    if profile == "toy":
+        return load_trained(ckpt)[0]
+    from .models import load_blip2
+
+    backend = load_blip2(vlm_model, device=device)
+    if ckpt.exists():
+        backend = load_trained(ckpt, backend)[0]
+    return backend
+
+
 def benchmark_root(benchmark: str, data_root: str | os.PathLike) -> Path:
     """Toy benchmarks live in the world; real ones under `data_root/<benchmark>`."""
     check_choice("benchmark", benchmark, TOY_BENCHMARKS + REAL_BENCHMARKS)
@@ -67,10 +82,14 @@ def pretrained(world_root, work_dir, steps: int, seed: int = 0, progress: bool =
 
 
 def benchmark_features(backend, benchmark: str, root, work_dir, split: str | None = None,
-                       progress: bool = True) -> list[SplitFeatures]:
+                       progress: bool = True, checkpoint: str | None = None) -> list[SplitFeatures]:
+    """Features of every split of a benchmark. Toy galleries keep the frozen encoder's output (so
+    training can refresh them); real ones stream and cache the gallery tokens per `checkpoint`."""
     base = benchmark.replace("toy-", "")
     split = split or BENCHMARK_SPLITS[base]
-    return [SplitFeatures(backend, s, Work(work_dir).features, progress=progress)
+    toy = benchmark.startswith("toy-")
+    return [SplitFeatures(backend, s, Work(work_dir).features, progress=progress, keep_vision=toy,
+                          checkpoint=checkpoint or "none")
             for s in load_benchmark(benchmark, root, split)]
 
 
@@ -92,17 +111,22 @@ def training_data(backend, work_dir, store_path=None, progress: bool = True) -> 
 
 
 def finetune(world_root, work_dir, name: str, cfg: TrainConfig, pretrain_steps: int,
-             store_path=None, eval_split=None, progress: bool = True):
-    """Fine-tune the pretrained toy model on the curated store; resumable, cached by `name`.
+             store_path=None, eval_split=None, progress: bool = True, backend=None):
+    """Fine-tune on the curated store; resumable, cached by `name`.
 
-    Returns (backend, history). `eval_split`: SplitFeatures evaluated (composed R@1) each epoch.
+    Without `backend`: the toy model after its stage-1 stand-in (`pretrain_steps`). With one (a
+    real BLIP-2 from `models.load_blip2`): that model, as it is. Returns (backend, history).
+    `eval_split`: SplitFeatures evaluated (composed R@1) at the end of each epoch.
     """
     work = Work(work_dir)
     ckpt = work.model(name)
     if is_complete(ckpt, cfg):
-        backend, history, _ = load_trained(ckpt)
+        backend, history, _ = load_trained(ckpt, backend)
         return backend, history
-    backend, _, pre_ckpt = pretrained(world_root, work_dir, pretrain_steps, cfg.seed, progress)
+    if backend is None:
+        backend, _, pre_ckpt = pretrained(world_root, work_dir, pretrain_steps, cfg.seed, progress)
+    else:
+        pre_ckpt = backend.name
     data = training_data(backend, work_dir, store_path, progress)
     objective = ContrastiveObjective(backend, cfg.weight_t, cfg.weight_c, cfg.similarity)
 
@@ -157,12 +181,12 @@ def toy_mllm(world_root, error_scale: float = 1.0, seed: int = 0):
 
 
 def joint_scores(backend, benchmark: str, root, work_dir, mllm, similarity: str = "meanmax",
-                 split: str | None = None, progress: bool = False) -> list[dict]:
+                 split: str | None = None, progress: bool = False, checkpoint: str | None = None) -> list[dict]:
     """Per split of a benchmark: its features and the two branches' full score matrices."""
-    from .inference import fiq_composed, full_scores
     from .joint import target_texts
 
-    feats = benchmark_features(backend, benchmark, root, work_dir, split, progress=progress)
+    feats = benchmark_features(backend, benchmark, root, work_dir, split, progress=progress,
+                               checkpoint=checkpoint)
     texts = target_texts(mllm, [f.split for f in feats], Work(work_dir).target_texts, progress=progress)
     out = []
     for f, t in zip(feats, texts):

@@ -38,6 +38,22 @@ class StoreError(ValueError):
     pass
 
 
+def append_jsonl(path: Path, records: Iterable[dict]) -> int:
+    """Append records as JSON lines with one write and an fsync (a kill leaves at most one
+    unfinished last line, which `JsonlStore.recover` removes)."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    if not data:
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return data.count(b"\n")
+
+
 class JsonlStore:
     """An append-only JSONL file of records with unique `id`s that survives kill -9."""
 
@@ -93,17 +109,7 @@ class JsonlStore:
         return {r["id"] for r in self.records()}
 
     def append(self, records: Iterable[dict]) -> int:
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-        if not data:
-            return 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return data.count(b"\n")
+        return append_jsonl(self.path, records)
 
 
 class SyntheticStore(JsonlStore):
@@ -137,13 +143,7 @@ class SyntheticStore(JsonlStore):
             raise ValueError("an edit needs at least one field, e.g. target='...'")
         entry = {"id": record_id, "action": action, "edits": edits,
                  "time": _dt.datetime.now().isoformat(timespec="seconds")}
-        data = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
-        fd = os.open(self.curation_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(self.curation_path, [entry])
         return entry
 
     def curation(self) -> list[dict]:
@@ -198,31 +198,34 @@ def list_images(images: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def ask(backend: MLLMBackend, prompt: Prompt, requests: Sequence[ChatRequest]) -> list[tuple[dict | None, str, str | None]]:
-    """Run requests, parse each answer against the contract, repair once.
+def ask(backend: MLLMBackend, prompt: Prompt | Sequence[Prompt],
+        requests: Sequence[ChatRequest]) -> list[tuple[dict | None, str, str | None]]:
+    """Run requests (in one batch, so a concurrent backend overlaps them), parse each answer
+    against its prompt's contract (`prompt`: one for all, or one per request), repair once.
 
     Returns (parsed fields or None, last raw answer, rejection reason or None) per request; a
     BackendError becomes (None, "", "backend: ...").
     """
+    prompts = [prompt] * len(requests) if isinstance(prompt, Prompt) else list(prompt)
     answers = backend.generate(requests)
     results: list = [None] * len(requests)
     repairs = []
-    for i, (req, ans) in enumerate(zip(requests, answers)):
+    for i, (req, ans, prompt) in enumerate(zip(requests, answers, prompts)):
         if isinstance(ans, BackendError):
             results[i] = (None, "", f"backend: {ans}")
             continue
         try:
             results[i] = (prompt.parse(ans), ans, None)
         except ContractError as e:
-            repairs.append((i, req.followup(ans, repair_message(e.reason, prompt.fields)), e.reason))
+            repairs.append((i, req.followup(ans, repair_message(e.reason, prompt.fields))))
     if repairs:
-        second = backend.generate([r for _, r, _ in repairs])
-        for (i, _, first_reason), ans in zip(repairs, second):
+        second = backend.generate([r for _, r in repairs])
+        for (i, _), ans in zip(repairs, second):
             if isinstance(ans, BackendError):
                 results[i] = (None, "", f"backend: {ans}")
                 continue
             try:
-                results[i] = (prompt.parse(ans), ans, None)
+                results[i] = (prompts[i].parse(ans), ans, None)
             except ContractError as e:
                 results[i] = (None, ans, f"{e.reason} (after repair)")
     return results
@@ -256,10 +259,11 @@ def synthesize(images: Sequence[str | os.PathLike], backend: MLLMBackend, out: s
     bar = tqdm(total=len(todo), desc=f"synthesis ({meta['backend']})", unit="img", disable=not progress)
     for c in range(0, len(todo), chunk_size):
         chunk = todo[c:c + chunk_size]
-        caps = ask(backend, p_cap, [ChatRequest(rid, p_cap.render(), str(p), p_cap.system)
-                                    for rid, _, p in chunk])
-        mods = ask(backend, p_mod, [ChatRequest(rid, p_mod.render(), str(p), p_mod.system)
-                                    for rid, _, p in chunk])
+        # Captions and modifications need only the image: one batch, so they overlap.
+        first = ask(backend, [p_cap] * len(chunk) + [p_mod] * len(chunk),
+                    [ChatRequest(rid, p.render(), str(path), p.system)
+                     for p in (p_cap, p_mod) for rid, _, path in chunk])
+        caps, mods = first[:len(chunk)], first[len(chunk):]
         need = [i for i, m in enumerate(mods) if m[0] is not None]
         tgt_reqs = [ChatRequest(key=chunk[i][0], prompt=p_tgt.render(modification=mods[i][0]["modification"]),
                                 image=str(chunk[i][2]), system=p_tgt.system) for i in need]

@@ -69,3 +69,23 @@ def test_feature_cache_hits_and_detects_stale_entries(tmp_path):
     assert not hit3 and len(calls) == 4 and f3[0, 0, 0] == 4
     with pytest.raises(ValueError, match="computed 1 features for 2 images"):
         cache.get_or_compute("bad", key, lambda imgs: np.zeros((1, 3)))
+
+
+def test_streamed_gallery_tokens_equal_the_kept_vision_path(tiny_world, tmp_path):
+    """The large-gallery mode (no frozen features kept, tokens cached per checkpoint) gives the
+    same features as the training mode."""
+    from mvft_helpers.data import load_benchmark
+    from mvft_helpers.inference import SplitFeatures
+    from mvft_helpers.models import toy_backend
+
+    backend = toy_backend()
+    split = load_benchmark("toy-circo", tiny_world.root, "val")[0]
+    kept = SplitFeatures(backend, split, tmp_path / "a", progress=False)
+    streamed = SplitFeatures(backend, split, tmp_path / "b", progress=False, keep_vision=False,
+                             checkpoint="toy-init", batch_size=16)
+    assert torch.allclose(kept.gallery, streamed.gallery, atol=2e-3)
+    for method in ("zero-shot-image", "composed", "zero-shot-text"):
+        assert torch.allclose(kept.query_features(method), streamed.query_features(method), atol=2e-3)
+    assert list((tmp_path / "b").glob("tokens-*.npy"))
+    with pytest.raises(RuntimeError, match="keep_vision"):
+        streamed.refresh()
