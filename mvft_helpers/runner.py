@@ -45,7 +45,7 @@ def export_html(ipynb: Path) -> Path:
 def run_notebooks(preset: str = "demo", profile: str = "toy", seed: int = 0,
                   reports: str | Path = "reports", data_dir: str | Path = "data",
                   work_dir: str | Path = "work", only: list[str] | None = None,
-                  html: bool = True) -> Path:
+                  html: bool = True, extra_params: dict | None = None) -> Path:
     import papermill as pm
 
     check_choice("preset", preset, PRESETS)
@@ -58,7 +58,8 @@ def run_notebooks(preset: str = "demo", profile: str = "toy", seed: int = 0,
 
         generate_world(world_dir(data_dir, preset, seed), world_config(preset, seed))
     base = {"profile": profile, "preset": preset, "seed": seed, "data_dir": str(data_dir),
-            "work_dir": str(work_dir / f"{profile}-{preset}-seed{seed}"), "report_dir": str(run)}
+            "work_dir": str(work_dir / f"{profile}-{preset}-seed{seed}"), "report_dir": str(run),
+            **(extra_params or {})}
     for nb in notebook_paths(only=only):
         declared = pm.inspect_notebook(str(nb))
         variants = [{}]
@@ -88,10 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", default="work")
     ap.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these")
     ap.add_argument("--no-html", action="store_true")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a notebook parameter (given to the notebooks that declare it)")
     a = ap.parse_args(argv)
+    extra = {}
+    for item in a.param:
+        if "=" not in item:
+            ap.error(f"--param needs NAME=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        extra[name] = value
     t0 = time.time()
     run = run_notebooks(a.preset, a.profile, a.seed, a.reports, a.data_dir, a.work_dir, a.only,
-                        html=not a.no_html)
+                        html=not a.no_html, extra_params=extra)
     print(f"\nReport written to {run} (also {Path(a.reports) / 'latest'}), "
           f"in {time.time() - t0:.0f} s. Open {run}/*.html in a browser.")
     return 0
