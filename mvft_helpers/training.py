@@ -151,6 +151,7 @@ def save_training_state(path: Path, objective, optimizer, step: int, history: di
     buf = io.BytesIO()
     torch.save({"objective": _trainable_state(objective), "optimizer": optimizer.state_dict(),
                 "step": step, "history": history, "config": asdict(cfg), "extra": extra or {},
+                "rng": torch.get_rng_state(),   # dropout masks continue as if never interrupted
                 "backend": objective.backend.name,
                 "toy_config": asdict(objective.backend.toy_config)
                 if hasattr(objective.backend, "toy_config") else None}, buf)
@@ -182,6 +183,8 @@ def train(objective: ContrastiveObjective, data: TrainData, cfg: TrainConfig,
         _load_trainable(objective, state["objective"], ckpt)
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
     model, optimizer = acc.prepare(objective, optimizer)
     micro = cfg.batch_size // (cfg.grad_accum * acc.num_processes)
     if micro < 2:
