@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .data import Split
 from .evaluate import benchmark_metrics, gallery_index, subset_indices, split_metrics
-from .retrieval import CacheKey, FeatureCache
+from .retrieval import CacheKey, FeatureCache, all_scores
 
 QUERY_METHODS = ("zero-shot-image", "zero-shot-text", "composed")
 NORMALISATIONS = ("raw", "zscore")
@@ -150,12 +150,10 @@ def fiq_composed(features: SplitFeatures, method: str = "composed") -> torch.Ten
     return torch.nn.functional.normalize(fwd + rev, dim=-1)
 
 
-def full_scores(query: torch.Tensor, gallery: torch.Tensor, similarity: str = "meanmax",
-                chunk: int = 256) -> torch.Tensor:
-    """All (Q, G) scores; the toy galleries are small enough to keep them (fusion needs them)."""
-    from .retrieval import pairwise_scores
-    return torch.cat([pairwise_scores(query[i:i + chunk], gallery, similarity)
-                      for i in range(0, len(query), chunk)])
+def full_scores(query: torch.Tensor, gallery: torch.Tensor, similarity: str = "meanmax") -> torch.Tensor:
+    """All (Q, G) scores of normalised features (fusion and the CIRR subsets need whole rows);
+    memory stays bounded by `retrieval.all_scores`'s blocks plus the (Q, G) result."""
+    return all_scores(query, gallery, similarity)
 
 
 def normalise_scores(scores: torch.Tensor, how: str = "raw") -> torch.Tensor:

@@ -52,10 +52,20 @@ def pairwise_scores(q: torch.Tensor, g: torch.Tensor, similarity: str = "meanmax
     return s.mean(dim=1) if similarity == "meanmax" else s.amax(dim=1)
 
 
-def paired_scores(q: torch.Tensor, g: torch.Tensor, similarity: str = "meanmax") -> torch.Tensor:
-    """Score query i against item i: (N, Tq, D) x (N, Tg, D) -> (N,)."""
-    s = torch.einsum("nqd,ntd->nqt", q, g).amax(dim=2)
-    return s.mean(dim=1) if similarity == "meanmax" else s.amax(dim=1)
+@torch.no_grad()
+def all_scores(queries, gallery, similarity: str = "meanmax", block_bytes: int = 256 * 2**20) -> torch.Tensor:
+    """Every (query, item) score, (Q, G), computed in blocks of at most `block_bytes` of token
+    similarities, so that only the output grows with the gallery (fusion needs whole rows)."""
+    q_all, g_all = _as_tokens(queries).float(), _as_tokens(gallery).float()
+    tq, tg = q_all.shape[1], g_all.shape[1]
+    g_chunk = max(1, min(len(g_all), block_bytes // (4 * tq * tg * 64)))
+    q_chunk = max(1, block_bytes // (4 * tq * tg * g_chunk))
+    out = torch.empty(len(q_all), len(g_all))
+    for q0 in range(0, len(q_all), q_chunk):
+        for g0 in range(0, len(g_all), g_chunk):
+            out[q0:q0 + q_chunk, g0:g0 + g_chunk] = pairwise_scores(
+                q_all[q0:q0 + q_chunk], g_all[g0:g0 + g_chunk], similarity)
+    return out
 
 
 @torch.no_grad()

@@ -226,6 +226,8 @@ class _Generator:
         gt = self.root / "ground_truth"
         atomic_write_text(gt / "scenes.jsonl", "".join(json.dumps(r) + "\n" for r in self.scenes))
         atomic_write_text(gt / "queries.jsonl", "".join(json.dumps(q) + "\n" for q in self.queries))
+        self.bar.total = self.bar.n   # the total was an estimate (CIRCO galleries vary in size)
+        self.bar.refresh()
         self.bar.close()
         return counts
 

@@ -89,3 +89,11 @@ def test_streamed_gallery_tokens_equal_the_kept_vision_path(tiny_world, tmp_path
     assert list((tmp_path / "b").glob("tokens-*.npy"))
     with pytest.raises(RuntimeError, match="keep_vision"):
         streamed.refresh()
+
+
+@pytest.mark.parametrize("sim", R.SIMILARITIES)
+def test_all_scores_in_small_blocks_equal_brute_force(sim):
+    gen = torch.Generator().manual_seed(3)
+    q, g = R.normalize(torch.randn(13, 4, 8, generator=gen)), R.normalize(torch.randn(57, 5, 8, generator=gen))
+    blocked = R.all_scores(q, g, sim, block_bytes=4 * 4 * 5 * 3)    # forces many tiny blocks
+    assert np.allclose(blocked.numpy(), brute(q, g, sim), atol=1e-5)
