@@ -178,13 +178,11 @@ def _flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def size_image_encoder(toy_backend, batch: int = 4) -> tuple[object, dict]:
-    """A randomly initialised `transformers` ViT whose forward pass costs, relative to the toy
-    Q-Former's training forward, what ViT-L/14 costs relative to BLIP-2's Q-Former."""
-    from transformers import Blip2QFormerConfig, Blip2QFormerModel, CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTModel
+def paper_encoder_ratio() -> tuple[float, float, float]:
+    """FLOPs of CLIP ViT-L/14 at 224 px over those of BLIP-2's Q-Former for one L_t + L_c step
+    (image-only, multimodal and two text passes; 32 query and 32 text tokens), random weights."""
+    from transformers import Blip2QFormerConfig, Blip2QFormerModel, CLIPVisionConfig, CLIPVisionModel
 
-    # The paper's pair, measured with FLOP counting on random weights (one image, 32 query tokens,
-    # 32 text tokens in the multimodal path): CLIP ViT-L/14 at 224 px and a BERT-base Q-Former.
     vit_l = CLIPVisionModel(CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                                              num_attention_heads=16, image_size=224, patch_size=14)).eval()
     qf = Blip2QFormerModel(Blip2QFormerConfig(encoder_hidden_size=1024, use_qformer_text_input=True)).eval()
@@ -194,8 +192,15 @@ def size_image_encoder(toy_backend, batch: int = 4) -> tuple[object, dict]:
                            qf(query_embeds=torch.randn(1, 64, 768), query_length=32, encoder_hidden_states=img),
                            qf(query_embeds=torch.randn(1, 32, 768), query_length=0),
                            qf(query_embeds=torch.randn(1, 32, 768), query_length=0)))
-    ratio = f_vit_l / f_qf
-    del vit_l, qf
+    return f_vit_l / f_qf, f_vit_l, f_qf
+
+
+def size_image_encoder(toy_backend, batch: int = 4) -> tuple[object, dict]:
+    """A randomly initialised `transformers` ViT whose forward pass costs, relative to the toy
+    Q-Former's training forward, what ViT-L/14 costs relative to BLIP-2's Q-Former."""
+    from transformers import ViTConfig, ViTModel
+
+    ratio, f_vit_l, f_qf = paper_encoder_ratio()
     vision = torch.randn(batch, 65, 384)
     texts = ["a small red circle at the top left on a gray background"] * batch
     f_toy = _flops(lambda: (toy_backend.image_tokens(vision), toy_backend.text_features(texts),

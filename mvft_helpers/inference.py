@@ -10,7 +10,6 @@ Methods (the names metrics.json uses):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

@@ -16,7 +16,6 @@ D), texts give (N, 1, D).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence

@@ -9,13 +9,10 @@
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
-
-import torch
 
 from .config import REAL_BENCHMARKS, TOY_BENCHMARKS, check_choice
 from .data import load_benchmark

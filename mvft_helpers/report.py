@@ -6,7 +6,6 @@ metrics.json maps benchmark -> method -> metric -> value (percent), e.g.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import subprocess

@@ -123,7 +123,7 @@ def interpret(scene: tw.Scene, text: str) -> tw.Modification | None:
     if re.match(r"^(remove|take away|delete|get rid of)\b", t):
         idx, _, _ = _resolve(scene, t)
         return tw.Modification("remove", idx) if idx is not None else None
-    add = re.match(rf"^(add|also include|put|there should also be)\s+(a|an)\s", t)
+    add = re.match(r"^(add|also include|put|there should also be)\s+(a|an)\s", t)
     if add:
         objs, _ = parse_description(t)
         if not objs:

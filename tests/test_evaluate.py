@@ -1,6 +1,5 @@
 """Submission writers against the real server files, and the evaluate command's checks."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mvft_helpers import data, joint, toylang as tl, toyworld as tw
+from mvft_helpers import data, joint, toylang as tl
 from mvft_helpers.inference import fuse, normalise_scores
 from mvft_helpers.mllm import SimulatedErrors, SimulatedMLLM
 from mvft_helpers.synthesis import JsonlStore

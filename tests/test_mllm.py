@@ -1,8 +1,6 @@
 """The MLLM backends: simulated (against ground truth), OpenAI-compatible (against a local server
 with faults), and transformers (a tiny image-text-to-text model built here from a config)."""
 import json
-import os
-import random
 import threading
 
 import pytest

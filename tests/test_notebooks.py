@@ -1,7 +1,6 @@
 """Notebook discipline (no outputs in git, a parameters cell first) and the smoke run: every
 notebook executed by papermill on the `ci` preset, as `make demo` does on `demo`."""
 import json
-from pathlib import Path
 
 import nbformat
 import pytest

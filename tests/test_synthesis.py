@@ -29,7 +29,7 @@ def test_synthesis_writes_one_record_per_image_and_resumes(tiny_world, tmp_path)
     assert second["records"] == len(images)
     recs = SyntheticStore(out).records()
     assert len({r["id"] for r in recs}) == len(recs) == len(images)
-    fresh = synthesize(images, sim, tmp_path / "fresh.jsonl", chunk_size=64, progress=False)
+    synthesize(images, sim, tmp_path / "fresh.jsonl", chunk_size=64, progress=False)
     assert stable(recs) == stable(SyntheticStore(tmp_path / "fresh.jsonl").records())
     import pandas as pd
     assert isinstance(SyntheticStore(out).dataframe(), pd.DataFrame)
