@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The torch build to install. The default is the CPU build this project is tested with; a GPU user
-# passes e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126" (see README).
+# passes e.g. TORCH="torch==2.13.0 --index-url <CUDA wheel index>" (see README).
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.mvft-installed
 PRESET ?= demo
