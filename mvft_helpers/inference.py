@@ -142,17 +142,13 @@ class SplitFeatures:
         raise ValueError(f"unknown method {method!r}; allowed: {list(QUERY_METHODS) + ['text']}")
 
 
-def fiq_composed(features: SplitFeatures, method: str = "composed") -> torch.Tensor:
-    """FashionIQ: the query encoded with both caption orders, averaged (then renormalised)."""
-    fwd = features.query_features(method, [q.texts[0] for q in features.split.queries])
-    rev = features.query_features(method, [q.texts[1] for q in features.split.queries])
-    return torch.nn.functional.normalize(fwd + rev, dim=-1)
-
-
-def full_scores(query: torch.Tensor, gallery: torch.Tensor, similarity: str = "meanmax") -> torch.Tensor:
-    """All (Q, G) scores of normalised features (fusion and the CIRR subsets need whole rows);
-    memory stays bounded by `retrieval.all_scores`'s blocks plus the (Q, G) result."""
-    return all_scores(query, gallery, similarity)
+def composed_over_variants(features: SplitFeatures) -> torch.Tensor:
+    """The composed query averaged over every phrasing a query carries (then renormalised):
+    FashionIQ's two caption orders; a single phrasing elsewhere, where this is the plain query."""
+    n_variants = len(features.split.queries[0].texts) if features.split.queries else 1
+    total = sum(features.query_features("composed", [q.texts[v] for q in features.split.queries])
+                for v in range(n_variants))
+    return torch.nn.functional.normalize(total, dim=-1)
 
 
 def normalise_scores(scores: torch.Tensor, how: str = "raw") -> torch.Tensor:
@@ -189,11 +185,11 @@ def metrics_from_scores(split: Split, scores: torch.Tensor, k: int = 100) -> dic
 
 def method_scores(features: SplitFeatures, method: str, similarity: str = "meanmax",
                   texts: Sequence[str] | None = None) -> torch.Tensor:
-    if method == "composed" and features.split.benchmark.split("/")[0].endswith("fashioniq") and texts is None:
-        q = fiq_composed(features)
+    if method == "composed" and texts is None:
+        q = composed_over_variants(features)
     else:
         q = features.query_features(method, texts)
-    return full_scores(q, features.gallery, similarity)
+    return all_scores(q, features.gallery, similarity)
 
 
 def evaluate_methods(features_list: list[SplitFeatures], methods: Sequence[str] = QUERY_METHODS,

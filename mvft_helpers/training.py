@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .config import check_choice
 from .io import atomic_write_bytes
-from .retrieval import SIMILARITIES, pairwise_scores
+from .retrieval import SIMILARITIES, all_scores, pairwise_scores
 
 
 def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -260,7 +260,8 @@ def is_complete(checkpoint: str | os.PathLike, cfg: TrainConfig) -> bool:
     ckpt = Path(checkpoint)
     if not ckpt.exists():
         return False
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    # mmap: only the small config and step are read here; `load_trained` reads the tensors
+    state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
     return state["config"] == asdict(cfg) and state["step"] >= cfg.steps
 
 
@@ -278,7 +279,7 @@ def pretrain_toy_blip2(world_root: str | os.PathLike, work_dir: str | os.PathLik
 
     Returns (backend, history); history["eval"] holds text-to-image R@1/R@5 on `held_out` pairs.
     """
-    from .inference import full_scores, image_tokens, text_features, vision_features
+    from .inference import image_tokens, text_features, vision_features
     from .io import read_jsonl
     from .models import ToyConfig, toy_backend
 
@@ -297,7 +298,7 @@ def pretrain_toy_blip2(world_root: str | os.PathLike, work_dir: str | os.PathLik
     eval_vision, eval_caps = vision[n_train:], [p["caption"] for p in pairs[n_train:]]
 
     def evaluate(b):
-        s = full_scores(text_features(b, eval_caps), image_tokens(b, eval_vision), "meanmax")
+        s = all_scores(text_features(b, eval_caps), image_tokens(b, eval_vision), "meanmax")
         rank = (s > s.diagonal()[:, None]).sum(dim=1)
         return {"t2i_R@1": 100.0 * float((rank < 1).float().mean()),
                 "t2i_R@5": 100.0 * float((rank < 5).float().mean())}

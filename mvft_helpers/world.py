@@ -495,8 +495,9 @@ class GroundTruth:
         path = self.root / "ground_truth" / "scenes.jsonl"
         if not path.exists():
             raise FileNotFoundError(f"no ground truth at {path}; is {root} a toy world root?")
-        self._scenes = {r["path"]: tw.Scene.from_dict(r["scene"]) for r in read_jsonl(path)}
-        self._parts = {r["path"]: r["part"] for r in read_jsonl(path)}
+        rows = read_jsonl(path)
+        self._scenes = {r["path"]: tw.Scene.from_dict(r["scene"]) for r in rows}
+        self._parts = {r["path"]: r["part"] for r in rows}
         self._queries = read_jsonl(self.root / "ground_truth" / "queries.jsonl")
 
     def _rel(self, image: str | Path) -> str:
