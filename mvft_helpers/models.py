@@ -37,6 +37,9 @@ class VLMBackend(nn.Module):
 
     name: str = "vlm"
 
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         raise NotImplementedError
 
@@ -85,9 +88,6 @@ class Blip2Backend(VLMBackend):
     @property
     def num_query_tokens(self) -> int:
         return self.model.query_tokens.shape[1]
-
-    def trainable_parameters(self):
-        return [p for p in self.parameters() if p.requires_grad]
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         arrs = [np.asarray(im.convert("RGB").resize((self.image_size, self.image_size), Image.BICUBIC),

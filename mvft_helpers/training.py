@@ -143,18 +143,46 @@ def _load_trainable(objective: ContrastiveObjective, state: dict, where) -> None
     objective.load_state_dict(state, strict=False)
 
 
+def backend_spec(backend) -> dict | None:
+    """What rebuilds `backend` from a checkpoint alone: {"kind": "toy" | "lavis", "config": {...}};
+    None for backends loaded from a hub id or folder (pass them to `load_trained`)."""
+    if hasattr(backend, "toy_config"):
+        return {"kind": "toy", "config": asdict(backend.toy_config)}
+    spec = getattr(backend, "spec", None)
+    if spec is not None and hasattr(spec, "__dataclass_fields__"):
+        return {"kind": "lavis", "config": asdict(spec)}
+    return None
+
+
+def _plain(obj):
+    """Python numbers, strings, lists and dicts only (no NumPy scalars): checkpoints load with
+    `weights_only=True` in either environment, whatever NumPy each one has."""
+    return json.loads(json.dumps(obj, default=float))
+
+
 def save_training_state(path: Path, objective, optimizer, step: int, history: dict, cfg: TrainConfig,
                         extra: dict | None = None) -> None:
     import io
 
     buf = io.BytesIO()
+    spec = backend_spec(objective.backend)
     torch.save({"objective": _trainable_state(objective), "optimizer": optimizer.state_dict(),
-                "step": step, "history": history, "config": asdict(cfg), "extra": extra or {},
+                "step": step, "history": _plain(history), "config": asdict(cfg), "extra": _plain(extra or {}),
                 "rng": torch.get_rng_state(),   # dropout masks continue as if never interrupted
-                "backend": objective.backend.name,
-                "toy_config": asdict(objective.backend.toy_config)
-                if hasattr(objective.backend, "toy_config") else None}, buf)
+                "backend": objective.backend.name, "backend_spec": spec,
+                "toy_config": spec["config"] if spec and spec["kind"] == "toy" else None}, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
+    """A checkpoint written by `train` (tensors and plain Python values only, so it loads with
+    `weights_only=True` in the main and the LAVIS environment alike)."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:   # written before histories were made plain; our own file
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
 
 
 def train(objective: ContrastiveObjective, data: TrainData, cfg: TrainConfig,
@@ -175,7 +203,7 @@ def train(objective: ContrastiveObjective, data: TrainData, cfg: TrainConfig,
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = read_checkpoint(ckpt)
         if state["config"] != asdict(cfg):
             raise ValueError(f"{ckpt} holds a run with another TrainConfig; delete it or use another "
                              f"path (differs in: {[k for k, v in asdict(cfg).items() if state['config'].get(k) != v]})")
@@ -243,11 +271,18 @@ def load_trained(checkpoint: str | os.PathLike, backend=None):
     ckpt = Path(checkpoint)
     if not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt}; train one first (notebook 03)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt)
     if backend is None:
-        if state.get("toy_config") is None:
+        spec = state.get("backend_spec") or ({"kind": "toy", "config": state["toy_config"]}
+                                             if state.get("toy_config") else None)
+        if spec is None:
             raise ValueError(f"{ckpt} is a {state['backend']} checkpoint: build that backend and pass it")
-        backend = toy_backend(ToyConfig(**state["toy_config"]))
+        if spec["kind"] == "lavis":
+            from .lavis_backend import backend_from_spec
+
+            backend = backend_from_spec(spec["config"])
+        else:
+            backend = toy_backend(ToyConfig(**spec["config"]))
     cfg = state["config"]
     objective = ContrastiveObjective(backend, weight_t=cfg["weight_t"], weight_c=cfg["weight_c"],
                                      similarity=cfg["similarity"])
@@ -261,7 +296,7 @@ def is_complete(checkpoint: str | os.PathLike, cfg: TrainConfig) -> bool:
     if not ckpt.exists():
         return False
     # mmap: only the small config and step are read here; `load_trained` reads the tensors
-    state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    state = read_checkpoint(ckpt, mmap=True)
     return state["config"] == asdict(cfg) and state["step"] >= cfg.steps
 
 

@@ -9,6 +9,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from mvft_helpers.world import WorldConfig, generate_world  # noqa: E402
 
+# tests/lavis_env/ runs in the LAVIS environment (`make test-lavis`); elsewhere it is not collected.
+try:
+    import lavis  # noqa: F401
+except ImportError:
+    collect_ignore = ["lavis_env"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 # Small enough to generate in a second or two, large enough to hold every kind of record.
 TINY = WorldConfig(seed=7, n_pool=40, n_pretrain=40, cirr_val_sets=10, cirr_test_sets=10,
