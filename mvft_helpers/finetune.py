@@ -4,6 +4,11 @@
         --store work/paper/synthetic/store.jsonl --work-dir work/paper --name vlm \
         --steps 8000 --batch-size 128 --lr 1e-5
 
+The paper's own encoder (ViT-L/14) through LAVIS, in the LAVIS environment (`make lavis-env`):
+
+    .venv-lavis/bin/python -m mvft_helpers.finetune --backend lavis --vlm pretrain_vitL \
+        --store work/paper/synthetic/store.jsonl --work-dir work/paper --name vlm --steps 8000
+
 On several GPUs: `accelerate launch -m mvft_helpers.finetune ...` (the loop is `accelerate`-ready;
 the batch is split across processes). The run resumes from `<work-dir>/models/<name>.pt`.
 `--vlm toy --world DIR` fine-tunes the toy model instead (what notebook 03 does).
@@ -21,7 +26,10 @@ from .training import TrainConfig
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mvft_helpers.finetune", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vlm", required=True, help="hub id or local folder of a BLIP-2 retrieval model, or 'toy'")
+    ap.add_argument("--vlm", required=True, help="blip2: hub id or local folder of a BLIP-2 retrieval model; "
+                    "lavis: pretrain_vitL, pretrain or a BLIP-2 .pth file; or 'toy'")
+    ap.add_argument("--backend", choices=("blip2", "lavis"), default="blip2",
+                    help="the library the model comes through (lavis: run in .venv-lavis)")
     ap.add_argument("--store", help="synthetic store (default: <work-dir>/synthetic/store.jsonl)")
     ap.add_argument("--work-dir", required=True)
     ap.add_argument("--world", help="toy world root (only with --vlm toy)")
@@ -38,7 +46,6 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     from . import pipeline
-    from .models import load_blip2
 
     try:
         cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, grad_accum=a.grad_accum,
@@ -49,11 +56,10 @@ def main(argv=None) -> int:
                 raise ValueError("--vlm toy needs --world")
             backend = None
         else:
-            import torch
-            backend = load_blip2(a.vlm, device="cuda" if torch.cuda.is_available() else None)
+            backend = pipeline.make_vlm(a.backend, a.vlm, pipeline.default_device())
         _, history = pipeline.finetune(a.world, a.work_dir, a.name, cfg, a.pretrain_steps, a.store,
                                        backend=backend)
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (ValueError, FileNotFoundError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"checkpoint": str(pipeline.Work(a.work_dir).model(a.name)),

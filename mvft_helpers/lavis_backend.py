@@ -18,10 +18,9 @@ missing. `model_type="random"` gives a randomly initialised model (tests; nothin
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -174,7 +173,11 @@ class LavisBackend(VLMBackend):
         super().__init__()
         self.model, self.spec = model, spec
         self.tokenizer = model.tokenizer
-        self.name = f"lavis:{spec.model_type}"
+        # the feature caches key on the name: random models differ by their shape and seed
+        self.name = f"lavis:{spec.model_type}" + (
+            f"(vision_layers={spec.vision_layers},qformer_layers={spec.qformer_layers},seed={spec.seed})"
+            if spec.model_type == "random" else "")
+        self._processor = None
         for p in model.parameters():
             p.requires_grad_(False)
         for module in (model.Qformer.bert, model.vision_proj, model.text_proj, model.ln_vision):
@@ -192,16 +195,18 @@ class LavisBackend(VLMBackend):
         return self.model.query_tokens.shape[1]
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        from lavis.processors.blip_processors import BlipImageEvalProcessor
+        """LAVIS's evaluation preprocessing (`blip_image_eval`): bicubic resize, CLIP statistics."""
+        if self._processor is None:
+            from lavis.processors.blip_processors import BlipImageEvalProcessor
 
-        proc = BlipImageEvalProcessor(image_size=self.spec.image_size, mean=CLIP_MEAN, std=CLIP_STD)
-        return torch.stack([proc(im.convert("RGB")) for im in images]).to(self.device)
+            self._processor = BlipImageEvalProcessor(image_size=self.spec.image_size, mean=CLIP_MEAN, std=CLIP_STD)
+        return torch.stack([self._processor(im.convert("RGB")) for im in images]).to(self.device)
 
     @torch.no_grad()
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The frozen ViT's tokens (N, 257, 1024 for ViT-L/14 at 224), before `ln_vision`."""
-        vit = self.model.visual_encoder
-        return vit(pixel_values.to(self.device, vit.conv1.weight.dtype)).float()
+        vit = self.model.visual_encoder       # fp16 on a GPU (LAVIS's vit_precision), fp32 on a CPU
+        return vit(pixel_values.to(self.device, next(vit.parameters()).dtype)).float()
 
     def _vision(self, vision_feats: torch.Tensor):
         x = self.model.ln_vision(vision_feats.to(self.device, torch.float32))
@@ -239,14 +244,37 @@ class LavisBackend(VLMBackend):
         return F.normalize(m.vision_proj(out[:, :q.shape[1]]), dim=-1)
 
 
-def load_lavis_blip2(spec: LavisSpec | str = "pretrain_vitL", device: str | None = None,
-                     progress: bool = False) -> LavisBackend:
+def parse_model(name: str) -> LavisSpec:
+    """A LAVIS model named as the notebooks' `vlm_model` and the CLI's `--vlm` name it:
+
+    - `pretrain_vitL` (the paper) or `pretrain` (ViT-g): LAVIS's checkpoints from its weight cache;
+    - a path to a BLIP-2 `.pth` file: that checkpoint on the ViT-L/14 (`pretrain_vitL`'s encoder);
+    - `random` or `random:vision_layers=2,qformer_layers=2`: a randomly initialised model (tests).
+    """
+    kind, _, opts = name.partition(":")
+    if kind == "random":
+        kwargs = {}
+        for item in filter(None, opts.split(",")):
+            key, _, value = item.partition("=")
+            if key not in ("vision_layers", "qformer_layers", "seed"):
+                raise ValueError(f"unknown option {key!r} in {name!r}; allowed: vision_layers, qformer_layers, seed")
+            kwargs[key] = int(value)
+        return LavisSpec(model_type="random", **kwargs)
+    if kind in MODEL_TYPES:
+        return LavisSpec(model_type=kind)
+    if name.endswith((".pth", ".pt")):
+        return LavisSpec(model_type="pretrain_vitL", checkpoint=str(Path(name).expanduser().resolve()))
+    raise ValueError(f"unknown LAVIS model {name!r}: use 'pretrain_vitL' (the paper's ViT-L/14), "
+                     "'pretrain' (ViT-g), a BLIP-2 checkpoint file (.pth), or 'random'")
+
+
+def load_lavis_blip2(spec: LavisSpec | str = "pretrain_vitL", device: str | None = None) -> LavisBackend:
     """A LAVIS BLIP-2 (`pretrain_vitL` by default) as a `LavisBackend`, built offline.
 
     The weights come from LAVIS's cache (`weight_cache_dir()`) or `spec.checkpoint`; a missing file
     raises FileNotFoundError naming the file, its URL and where to put it.
     """
-    spec = LavisSpec(model_type=spec) if isinstance(spec, str) else spec
+    spec = parse_model(spec) if isinstance(spec, str) else spec
     cuda = (device or "").startswith("cuda")
     ckpt = None
     if spec.model_type != "random":   # fail on a missing file before building ~1B parameters
@@ -257,11 +285,10 @@ def load_lavis_blip2(spec: LavisSpec | str = "pretrain_vitL", device: str | None
         cached_weight(VIT_WEIGHTS[spec.vit], f"the {spec.vit} image encoder's weights")
     torch.manual_seed(spec.seed)
     cls = _blip2_class(spec)
-    with contextlib.redirect_stdout(sys.stderr) if not progress else contextlib.nullcontext():
-        model = cls(vit_model=spec.vit, img_size=spec.image_size, drop_path_rate=0, use_grad_checkpoint=False,
-                    vit_precision="fp16" if cuda else "fp32", freeze_vit=True,
-                    num_query_token=spec.num_query_token, cross_attention_freq=spec.cross_attention_freq,
-                    embed_dim=spec.embed_dim, max_txt_len=spec.max_txt_len)
+    model = cls(vit_model=spec.vit, img_size=spec.image_size, drop_path_rate=0, use_grad_checkpoint=False,
+                vit_precision="fp16" if cuda else "fp32", freeze_vit=True,
+                num_query_token=spec.num_query_token, cross_attention_freq=spec.cross_attention_freq,
+                embed_dim=spec.embed_dim, max_txt_len=spec.max_txt_len)
     if ckpt is not None:
         msg = model.load_from_pretrained(str(ckpt))
         missing = [k for k in msg.missing_keys if not k.startswith("visual_encoder.")]
@@ -278,11 +305,6 @@ def load_lavis_blip2(spec: LavisSpec | str = "pretrain_vitL", device: str | None
 def backend_from_spec(spec: dict) -> LavisBackend:
     """Rebuild the backend a checkpoint was trained from (`training.load_trained`)."""
     return load_lavis_blip2(LavisSpec(**spec))
-
-
-def spec_dict(backend) -> dict | None:
-    spec = getattr(backend, "spec", None)
-    return asdict(spec) if isinstance(spec, LavisSpec) else None
 
 
 def check(out=sys.stdout) -> int:

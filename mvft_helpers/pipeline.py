@@ -51,16 +51,40 @@ class Work:
         return self.root / "models" / f"{name}.pt"
 
 
+VLM_BACKENDS = ("blip2", "lavis")
+
+
+def make_vlm(backend: str = "blip2", vlm_model: str = "Salesforce/blip2-itm-vit-g", device: str | None = None):
+    """A pretrained VLM of the paper profile.
+
+    `blip2`: a transformers BLIP-2 retrieval model (`vlm_model`: hub id or local folder).
+    `lavis`: LAVIS's BLIP-2 (`vlm_model`: `pretrain_vitL`, the paper's ViT-L/14, or see
+    `lavis_backend.parse_model`); needs the LAVIS environment (`make lavis-env`).
+    """
+    check_choice("VLM backend", backend, VLM_BACKENDS)
+    if backend == "lavis":
+        from .lavis_backend import load_lavis_blip2
+
+        return load_lavis_blip2(vlm_model, device=device)
+    from .models import load_blip2
+
+    return load_blip2(vlm_model, device=device)
+
+
+def default_device() -> str | None:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
 def load_vlm(profile: str, work_dir, checkpoint_name: str = "vlm",
-             vlm_model: str = "Salesforce/blip2-itm-vit-g", device: str | None = None):
-    """The fine-tuned VLM of a run: the toy model from its checkpoint, or (paper) BLIP-2 from a hub
-    id or local folder with the run's fine-tuned checkpoint on top when there is one."""
+             vlm_model: str = "Salesforce/blip2-itm-vit-g", device: str | None = None, backend: str = "blip2"):
+    """The fine-tuned VLM of a run: the toy model from its checkpoint, or (paper) the pretrained
+    `backend` model with the run's fine-tuned checkpoint on top when there is one."""
     ckpt = Work(work_dir).model(checkpoint_name)
     if profile == "toy":
         return load_trained(ckpt)[0]
-    from .models import load_blip2
-
-    backend = load_blip2(vlm_model, device=device)
+    backend = make_vlm(backend, vlm_model, device)
     if ckpt.exists():
         backend = load_trained(ckpt, backend)[0]
     return backend
