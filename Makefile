@@ -74,13 +74,8 @@ lab-lavis: install $(LAVIS_STAMP)
 
 clean:
 	rm -rf reports work build .pytest_cache
-	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -not -path "./$(LAVIS_VENV)/*" -exec rm -rf {} +
 
-# Also removes the generated toy worlds and the virtual environment.
-dist# JupyterLab of the main environment with a second kernel, "MVFT-JI LAVIS", that runs in .venv-lavis.
-lab-lavis: install $(LAVIS_STAMP)
-	$(LAVIS_PY) -m ipykernel install --prefix $(abspath $(VENV)) --name mvft-ji-lavis --display-name "MVFT-JI LAVIS (.venv-lavis)"
-	$(MAKE) --no-print-directory lab
-
-clean: clean
+# Also removes the generated toy worlds and both virtual environments.
+distclean: clean
 	rm -rf data $(VENV) $(LAVIS_VENV) *.egg-info

@@ -151,7 +151,7 @@ def _blip2_class(spec: LavisSpec):
                                                    use_grad_checkpoint, precision)
             from lavis.models.clip_vit import VisionTransformer
 
-            # the clip_L architecture (LAVIS keeps 22 of ViT-L's 24 layers), randomly initialised
+            # the clip_L architecture as LAVIS's create_clip_vit_L builds it (layers=22), random
             vit = VisionTransformer(input_resolution=img_size, patch_size=14, width=VIT_WIDTH["clip_L"],
                                     layers=spec.vision_layers or 22, heads=16,
                                     use_grad_checkpointing=use_grad_checkpoint)
@@ -290,16 +290,36 @@ def load_lavis_blip2(spec: LavisSpec | str = "pretrain_vitL", device: str | None
                 num_query_token=spec.num_query_token, cross_attention_freq=spec.cross_attention_freq,
                 embed_dim=spec.embed_dim, max_txt_len=spec.max_txt_len)
     if ckpt is not None:
-        msg = model.load_from_pretrained(str(ckpt))
-        missing = [k for k in msg.missing_keys if not k.startswith("visual_encoder.")]
-        if missing:
-            raise ValueError(f"{ckpt} is not a BLIP-2 Q-Former checkpoint for {spec.model_type}: it lacks "
-                             f"{len(missing)} weights, e.g. {missing[:3]}")
+        load_blip2_checkpoint(model, ckpt)
     backend = LavisBackend(model, spec)
     backend.eval()
     if device:
         backend.to(device)
     return backend
+
+
+def load_blip2_checkpoint(model, path: str | os.PathLike):
+    """Load a LAVIS BLIP-2 checkpoint (`{"model": state_dict, ...}`) into `model`. The image
+    encoder's weights may be absent (LAVIS loads them from their own file); any other missing
+    weight means the file is not this model's checkpoint."""
+    import pickle
+    import warnings
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        warnings.warn(f"{path} holds more than tensors and plain values; loading it with "
+                      "weights_only=False, which runs its pickled code: use only files you trust")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    weights = state.get("model", state) if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise ValueError(f"{path} is not a BLIP-2 checkpoint: expected a dict with a 'model' state dict")
+    msg = model.load_state_dict(weights, strict=False)
+    missing = [k for k in msg.missing_keys if not k.startswith("visual_encoder.")]
+    if missing:
+        raise ValueError(f"{path} is not a BLIP-2 Q-Former checkpoint for this model: it lacks "
+                         f"{len(missing)} weights, e.g. {missing[:3]}")
+    return msg
 
 
 def backend_from_spec(spec: dict) -> LavisBackend:

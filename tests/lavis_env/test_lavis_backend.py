@@ -147,3 +147,26 @@ def test_pretrain_vitL_real_weights(images):
 def test_weight_cache_follows_torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert weight_cache_dir() == Path(tmp_path) / "hub" / "checkpoints"
+
+
+def test_blip2_checkpoint_files_load_and_wrong_ones_are_refused(tmp_path, random_backend, vision):
+    """The path `pretrain_vitL` takes, on files we can make: a LAVIS-format checkpoint ({"model":
+    state_dict, "config": ...}) of one random model, loaded into another, gives the same outputs."""
+    from mvft_helpers.lavis_backend import load_blip2_checkpoint
+
+    source = random_backend.model
+    weights = {k: v for k, v in source.state_dict().items() if not k.startswith("visual_encoder.")}
+    torch.save({"model": weights, "config": {"arch": "pretrain"}, "epoch": 9}, tmp_path / "blip2.pth")
+    other = load_lavis_blip2(LavisSpec(model_type="random", vision_layers=2, seed=11))
+    texts = TEXTS[:2]
+    with torch.no_grad():
+        assert not torch.allclose(other.composed_tokens(vision[:2], texts),
+                                  random_backend.composed_tokens(vision[:2], texts), atol=1e-3)
+        load_blip2_checkpoint(other.model, tmp_path / "blip2.pth")
+        assert torch.allclose(other.composed_tokens(vision[:2], texts),
+                              random_backend.composed_tokens(vision[:2], texts), atol=1e-5)
+        assert torch.allclose(other.text_features(texts), random_backend.text_features(texts), atol=1e-5)
+    partial = {k: v for k, v in weights.items() if not k.startswith("Qformer.bert.encoder.layer.3.")}
+    torch.save({"model": partial}, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="lacks"):
+        load_blip2_checkpoint(other.model, tmp_path / "partial.pth")
