@@ -274,6 +274,7 @@ def load_lavis_blip2(spec: LavisSpec | str = "pretrain_vitL", device: str | None
     The weights come from LAVIS's cache (`weight_cache_dir()`) or `spec.checkpoint`; a missing file
     raises FileNotFoundError naming the file, its URL and where to put it.
     """
+    require_lavis()
     spec = parse_model(spec) if isinstance(spec, str) else spec
     cuda = (device or "").startswith("cuda")
     ckpt = None
