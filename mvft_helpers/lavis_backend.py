@@ -65,9 +65,14 @@ def weight_cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def weight_path(url: str) -> Path:
+    """Where LAVIS keeps (or would download) the weight file at `url`."""
+    return weight_cache_dir() / os.path.basename(url)
+
+
 def cached_weight(url: str, what: str) -> Path:
     """The local copy of a LAVIS weight file, or an error that says where to put it."""
-    path = weight_cache_dir() / os.path.basename(url)
+    path = weight_path(url)
     if not path.is_file():
         raise FileNotFoundError(
             f"{what} not found: {path} does not exist. LAVIS downloads it from {url} at first use; "
@@ -145,8 +150,7 @@ def _blip2_class(spec: LavisSpec):
 
         @classmethod
         def init_vision_encoder(cls, model_name, img_size, drop_path_rate, use_grad_checkpoint, precision):
-            if spec.model_type != "random":
-                cached_weight(VIT_WEIGHTS[model_name], f"the {model_name} image encoder's weights")
+            if spec.model_type != "random":   # load_lavis_blip2 checked that the weight file is there
                 return super().init_vision_encoder(model_name, img_size, drop_path_rate,
                                                    use_grad_checkpoint, precision)
             from lavis.models.clip_vit import VisionTransformer
@@ -323,11 +327,6 @@ def load_blip2_checkpoint(model, path: str | os.PathLike):
     return msg
 
 
-def backend_from_spec(spec: dict) -> LavisBackend:
-    """Rebuild the backend a checkpoint was trained from (`training.load_trained`)."""
-    return load_lavis_blip2(LavisSpec(**spec))
-
-
 def check(out=sys.stdout) -> int:
     """Print the LAVIS environment's versions and which weight files are present."""
     require_lavis()
@@ -340,8 +339,7 @@ def check(out=sys.stdout) -> int:
         if info["checkpoint"] is None:
             continue
         files = [info["checkpoint"], VIT_WEIGHTS[info["vit"]]]
-        state = ["present" if (weight_cache_dir() / os.path.basename(u)).is_file() else f"missing ({u})"
-                 for u in files]
+        state = ["present" if weight_path(u).is_file() else f"missing ({u})" for u in files]
         print(f"{name:18s} " + "; ".join(f"{os.path.basename(u)}: {s}" for u, s in zip(files, state)), file=out)
     return 0
 

@@ -146,11 +146,12 @@ def _load_trainable(objective: ContrastiveObjective, state: dict, where) -> None
 def backend_spec(backend) -> dict | None:
     """What rebuilds `backend` from a checkpoint alone: {"kind": "toy" | "lavis", "config": {...}};
     None for backends loaded from a hub id or folder (pass them to `load_trained`)."""
+    from .lavis_backend import LavisSpec   # LAVIS itself is imported only when a model is built
+
     if hasattr(backend, "toy_config"):
         return {"kind": "toy", "config": asdict(backend.toy_config)}
-    spec = getattr(backend, "spec", None)
-    if spec is not None and hasattr(spec, "__dataclass_fields__"):
-        return {"kind": "lavis", "config": asdict(spec)}
+    if isinstance(getattr(backend, "spec", None), LavisSpec):
+        return {"kind": "lavis", "config": asdict(backend.spec)}
     return None
 
 
@@ -278,9 +279,9 @@ def load_trained(checkpoint: str | os.PathLike, backend=None):
         if spec is None:
             raise ValueError(f"{ckpt} is a {state['backend']} checkpoint: build that backend and pass it")
         if spec["kind"] == "lavis":
-            from .lavis_backend import backend_from_spec
+            from .lavis_backend import LavisSpec, load_lavis_blip2
 
-            backend = backend_from_spec(spec["config"])
+            backend = load_lavis_blip2(LavisSpec(**spec["config"]))
         else:
             backend = toy_backend(ToyConfig(**spec["config"]))
     cfg = state["config"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mvft_helpers.lavis_backend import (LavisSpec, cached_weight, load_lavis_blip2, MODEL_TYPES, VIT_WEIGHTS,
-                                        weight_cache_dir)
+                                        weight_cache_dir, weight_path)
 from mvft_helpers.training import ContrastiveObjective, TrainConfig, load_trained, read_checkpoint, train
 
 TEXTS = ["a red cube on grass", "two blue spheres", "one small green cone at the top left",
@@ -120,9 +120,8 @@ def test_missing_weights_say_where_to_get_them(tmp_path, monkeypatch):
 
 
 def _real_weights_or_skip(model_type):
-    files = [os.path.basename(MODEL_TYPES[model_type]["checkpoint"]),
-             os.path.basename(VIT_WEIGHTS[MODEL_TYPES[model_type]["vit"]])]
-    missing = [f for f in files if not (weight_cache_dir() / f).is_file()]
+    urls = [MODEL_TYPES[model_type]["checkpoint"], VIT_WEIGHTS[MODEL_TYPES[model_type]["vit"]]]
+    missing = [os.path.basename(u) for u in urls if not weight_path(u).is_file()]
     if missing:
         pytest.skip(f"the real {model_type} weights are not on this machine: {', '.join(missing)} missing "
                     f"from {weight_cache_dir()} (download them from the URLs "
